@@ -1,0 +1,146 @@
+"""The storyboard flow on a real Prefect server, with a simulated engine that counts what it sees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from flows.storyboard import storyboard
+from storyboard_core.engines import PermanentError, TransientError
+from storyboard_core.engines.simulated import SimulatedEngine
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def make_pipeline(tmp_path: Path, *, grid: str = "2x2", retries: int | None = None, **params) -> Path:
+    rows, cols = (int(x) for x in grid.split("x"))
+    board = Image.new("RGB", (cols * 32, rows * 24))
+    for n in range(rows * cols):
+        r, c = divmod(n, cols)
+        board.paste((40 * n % 256, 90, 200 - 10 * n), (c * 32, r * 24, (c + 1) * 32, (r + 1) * 24))
+    board.save(tmp_path / "board.png")
+    animate = {"name": "animate", "type": "image_to_video", "model": "local", "params": {"duration": 1, **params}}
+    if retries is not None:
+        animate["retries"] = retries
+    animate["retry_delay_seconds"] = 0
+    spec = {
+        "name": "flow_test",
+        "input": "board.png",
+        "steps": [
+            {"name": "split", "type": "split_image", "model": "local", "params": {"grid": grid, "naming": "scene_{n}"}},
+            animate,
+        ],
+        "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def run(path: Path, use_engine, engine: SimulatedEngine):
+    use_engine(engine)
+    state = storyboard(pipeline=str(path), engine="simulated", return_state=True)
+    manifest = json.loads((path.parent / "out" / "manifest.json").read_text())
+    return state, manifest
+
+
+def clip_outputs(manifest: dict) -> list[dict]:
+    return manifest["steps"][-1]["outputs"]
+
+
+def prompts(n: int) -> list[str]:
+    return [f"motion for panel {i}" for i in range(1, n + 1)]
+
+
+def test_parallel_runs_max_workers_at_once(tmp_path, use_engine):
+    engine = SimulatedEngine(latency=0.4)
+    path = make_pipeline(tmp_path, grid="3x3", parallel=True, max_workers=3, prompts=prompts(9))
+    state, manifest = run(path, use_engine, engine)
+    assert state.is_completed()
+    assert engine.max_in_flight == 3  # never more, and reached
+    assert [o["status"] for o in clip_outputs(manifest)] == ["completed"] * 9
+
+
+def test_parallel_default_is_four_workers(tmp_path, use_engine):
+    engine = SimulatedEngine(latency=0.4)
+    path = make_pipeline(tmp_path, grid="2x3", parallel=True, prompt="drift")
+    state, _ = run(path, use_engine, engine)
+    assert state.is_completed() and engine.max_in_flight == 4
+
+
+def test_parallel_false_runs_one_at_a_time(tmp_path, use_engine):
+    engine = SimulatedEngine(latency=0.1)
+    path = make_pipeline(tmp_path, grid="2x2", parallel=False, max_workers=4, prompt="drift")
+    state, _ = run(path, use_engine, engine)
+    assert state.is_completed() and engine.max_in_flight == 1 and len(engine.calls) == 4
+    spans = sorted((c.started, c.ended) for c in engine.calls)
+    assert all(prev_end <= start for (_, prev_end), (start, _) in zip(spans, spans[1:]))
+
+
+def test_each_panel_gets_its_own_prompt(tmp_path, use_engine):
+    engine = SimulatedEngine()
+    path = make_pipeline(tmp_path, grid="2x2", parallel=True, prompts=prompts(4))
+    _, manifest = run(path, use_engine, engine)
+    assert sorted(c.prompt for c in engine.calls) == prompts(4)
+    outputs = clip_outputs(manifest)
+    assert [o["prompt"] for o in outputs] == prompts(4)
+    for o in outputs:  # each clip was made from its own panel, with its own prompt
+        text = (tmp_path / "out" / o["path"]).read_text()
+        assert text == f"simulated clip of scene_{o['index']}.png: {o['prompt']}\n"
+
+
+def test_results_keep_panel_order_when_panels_finish_out_of_order(tmp_path, use_engine):
+    # Panel 1 is the slowest, panel 4 the fastest: they finish in reverse order.
+    engine = SimulatedEngine(latency=lambda prompt: 0.8 - 0.2 * int(prompt.rsplit(" ", 1)[1]))
+    path = make_pipeline(tmp_path, grid="2x2", parallel=True, prompts=prompts(4))
+    state, manifest = run(path, use_engine, engine)
+    finish_order = [c.prompt for c in sorted(engine.calls, key=lambda c: c.ended)]
+    assert finish_order == list(reversed(prompts(4)))
+    outputs = clip_outputs(manifest)
+    assert [o["index"] for o in outputs] == [1, 2, 3, 4]
+    assert [o["path"] for o in outputs] == [f"animate/scene_{n}.mp4" for n in range(1, 5)]
+
+
+def test_one_failed_panel_keeps_its_slot_and_the_others_complete(tmp_path, use_engine):
+    engine = SimulatedEngine(latency=0.2, faults={"panel 2": [PermanentError("content policy: rejected")]})
+    path = make_pipeline(tmp_path, grid="2x2", parallel=True, prompts=prompts(4))
+    state, manifest = run(path, use_engine, engine)
+    assert state.is_failed()
+    outputs = clip_outputs(manifest)
+    assert [o["status"] for o in outputs] == ["completed", "failed", "completed", "completed"]
+    assert outputs[1]["error"] == "content policy: rejected" and outputs[1]["path"] is None
+    assert engine.calls_for("motion for panel 2") == 1  # permanent: not retried
+    assert manifest["status"] == "failed" and manifest["steps"][-1]["status"] == "failed"
+    for o in outputs[0], outputs[2], outputs[3]:
+        assert (tmp_path / "out" / o["path"]).is_file()
+
+
+def test_transient_failure_retries_only_that_panel(tmp_path, use_engine):
+    engine = SimulatedEngine(latency=0.1, faults={"panel 3": [TransientError("429 rate limited"), None]})
+    path = make_pipeline(tmp_path, grid="2x2", parallel=True, prompts=prompts(4))
+    state, manifest = run(path, use_engine, engine)
+    assert state.is_completed()
+    assert [engine.calls_for(p) for p in prompts(4)] == [1, 1, 2, 1]
+    assert [o["attempts"] for o in clip_outputs(manifest)] == [1, 1, 2, 1]
+
+
+def test_retries_run_out_after_the_steps_retry_count(tmp_path, use_engine):
+    always = [TransientError("503 unavailable")] * 10
+    engine = SimulatedEngine(faults={"panel 1": always})
+    path = make_pipeline(tmp_path, grid="1x2", retries=1, parallel=True, prompts=prompts(2))
+    state, manifest = run(path, use_engine, engine)
+    assert state.is_failed()
+    assert engine.calls_for("motion for panel 1") == 2  # first try + 1 retry
+    first = clip_outputs(manifest)[0]
+    assert first["status"] == "failed" and first["attempts"] == 2 and "503" in first["error"]
+
+
+def test_default_retries_are_two(tmp_path, use_engine):
+    engine = SimulatedEngine(faults={"panel 1": [TransientError("timeout")] * 10})
+    path = make_pipeline(tmp_path, grid="1x1", prompts=prompts(1))
+    state, _ = run(path, use_engine, engine)
+    assert state.is_failed() and engine.calls_for("motion for panel 1") == 3
