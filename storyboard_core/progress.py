@@ -35,12 +35,14 @@ class StepProgress:
         with self._lock:
             self.running -= 1
 
-    def finished(self, index: int, name: str, error: str | None = None) -> float:
+    def finished(self, index: int, name: str, *, error: str | None = None, cached: bool = False) -> float:
         """Record that panel `index` is final; returns its seconds since its first attempt started."""
         with self._lock:
             seconds = round(time.monotonic() - self._first_start.get(index, time.monotonic()), 3)
             self.done += 1
-            if error is None:
+            if cached:
+                self.emit(f"[{self.step}] {name} reused from the output store (no call)  {self.done}/{self.total} done")
+            elif error is None:
                 self.emit(f"[{self.step}] {name} done in {seconds:.1f}s  {self.done}/{self.total} done")
             else:
                 self.failed += 1

@@ -2,6 +2,11 @@
 
 Each engine call is one task run, so Prefect retries exactly the call that failed, and only when
 the engine says the failure is transient; a rejected request fails its panel at once.
+
+Generation tasks are cached by their request key (see storyboard_core.store), with results persisted
+in the project's output store: a new run, in a new process, gets every clip already made from the
+cache and pays only for the missing ones. Prefect's default policy would not do: it includes the flow
+run id (never reused) and TASK_SOURCE (every edit of the task would pay for every clip again).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
@@ -33,17 +39,24 @@ def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
     return False
 
 
+def by_request_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    return parameters["key"]
+
+
 _GENERATION = dict(
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_transient,
-    cache_policy=NO_CACHE,
+    cache_key_fn=by_request_key,
+    persist_result=True,
 )
 
 
 @task(name="text_to_image", **_GENERATION)
-def generate_image(engine: Engine, model: Model, job: ImageJob, dest: Path) -> Generated:
+def generate_image(key: str, engine: Engine, model: Model, job: ImageJob, dest: Path) -> Generated:
+    if dest.is_file():  # made by a run that died before Prefect recorded it: never pay twice
+        return Generated(dest, cached=True)
     return engine.text_to_image(model, job, dest)
 
 
@@ -63,12 +76,15 @@ def animate_panel(
     step: str,
     panel: str,
     index: int,
+    key: str,
     engine: Engine,
     model: Model,
     job: ClipJob,
     dest: Path,
     progress: StepProgress,
 ) -> Generated:
+    if dest.is_file():  # made by a run that died before Prefect recorded it: never pay twice
+        return Generated(dest, cached=True)
     progress.started(index, panel)
     try:
         return engine.image_to_video(model, job, dest)
@@ -76,9 +92,11 @@ def animate_panel(
         progress.attempt_ended()
 
 
-def for_step(generation_task: Task[..., Any], step: PlannedStep) -> Task[..., Any]:
-    """The task with the step's own retry count and backoff (`retries:` and `retry_delay_seconds:`)."""
+def for_step(generation_task: Task[..., Any], step: PlannedStep, results: Path, *, fresh: bool) -> Task[..., Any]:
+    """The task with the step's retries and backoff, its results kept in `results`; `fresh` skips the cache."""
     return generation_task.with_options(
         retries=step.retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=step.retry_delay_seconds),
+        result_storage=results,
+        refresh_cache=fresh,
     )

@@ -21,6 +21,7 @@ LOVE_STORY = ROOT / "input/pipelines/storyboard/love_story_parallel_test.yaml"
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "FAL_KEY"}
     environment["PREFECT_HOME"] = str(cwd / ".prefect")
+    environment["STORYBOARD_CACHE_DIR"] = str(cwd / "cache")
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, str(CLI), *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300

@@ -16,14 +16,16 @@ from storyboard_core.engines.simulated import SimulatedEngine
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
-def make_pipeline(tmp_path: Path, *, grid: str = "2x2", retries: int | None = None, **params) -> Path:
+def make_pipeline(
+    tmp_path: Path, *, grid: str = "2x2", retries: int | None = None, model: str = "local", **params
+) -> Path:
     rows, cols = (int(x) for x in grid.split("x"))
     board = Image.new("RGB", (cols * 32, rows * 24))
     for n in range(rows * cols):
         r, c = divmod(n, cols)
         board.paste((40 * n % 256, 90, 200 - 10 * n), (c * 32, r * 24, (c + 1) * 32, (r + 1) * 24))
     board.save(tmp_path / "board.png")
-    animate = {"name": "animate", "type": "image_to_video", "model": "local", "params": {"duration": 1, **params}}
+    animate = {"name": "animate", "type": "image_to_video", "model": model, "params": {"duration": 1, **params}}
     if retries is not None:
         animate["retries"] = retries
     animate["retry_delay_seconds"] = 0
@@ -41,9 +43,11 @@ def make_pipeline(tmp_path: Path, *, grid: str = "2x2", retries: int | None = No
     return path
 
 
-def run(path: Path, use_engine, engine: SimulatedEngine):
+def run(path: Path, use_engine, engine: SimulatedEngine, **options):
     use_engine(engine)
-    state = storyboard(pipeline=str(path), engine="simulated", return_state=True)
+    state = storyboard(
+        pipeline=str(path), engine="simulated", cache_dir=str(path.parent / "cache"), return_state=True, **options
+    )
     manifest = json.loads((path.parent / "out" / "manifest.json").read_text())
     return state, manifest
 
@@ -144,3 +148,93 @@ def test_default_retries_are_two(tmp_path, use_engine):
     path = make_pipeline(tmp_path, grid="1x1", prompts=prompts(1))
     state, _ = run(path, use_engine, engine)
     assert state.is_failed() and engine.calls_for("motion for panel 1") == 3
+
+
+# --- resume: never pay twice ---------------------------------------------------------------
+
+
+def test_second_run_reuses_every_clip(tmp_path, use_engine):
+    path = make_pipeline(tmp_path, grid="2x2", parallel=True, prompts=prompts(4), model="kling_2_6_pro", duration="5")
+    first_engine = SimulatedEngine()
+    state, first = run(path, use_engine, first_engine)
+    assert state.is_completed() and len(first_engine.calls) == 4
+    assert [o["cost_usd"] for o in clip_outputs(first)] == [0.35] * 4 and first["total_cost_usd"] == 1.4
+    again = SimulatedEngine()
+    state, second = run(path, use_engine, again)
+    assert state.is_completed() and again.calls == []
+    outputs = clip_outputs(second)
+    assert [o["cached"] for o in outputs] == [True] * 4 and second["total_cost_usd"] == 0
+    for o in outputs:
+        assert (tmp_path / "out" / o["path"]).read_text().endswith(f"{o['prompt']}\n")
+
+
+def test_rerun_after_partial_failure_pays_only_for_the_failed_panel(tmp_path, use_engine):
+    path = make_pipeline(tmp_path, grid="2x2", parallel=True, prompts=prompts(4))
+    failing = SimulatedEngine(faults={"panel 2": [PermanentError("rejected")]})
+    state, _ = run(path, use_engine, failing)
+    assert state.is_failed()
+    healthy = SimulatedEngine()
+    state, manifest = run(path, use_engine, healthy)
+    assert state.is_completed()
+    assert [c.prompt for c in healthy.calls] == ["motion for panel 2"]
+    assert [o["cached"] for o in clip_outputs(manifest)] == [True, False, True, True]
+
+
+def test_changed_prompt_regenerates_only_that_panel(tmp_path, use_engine):
+    run(make_pipeline(tmp_path, grid="2x2", parallel=True, prompts=prompts(4)), use_engine, SimulatedEngine())
+    changed = prompts(4)
+    changed[2] = "a new motion for panel 3"
+    engine = SimulatedEngine()
+    state, manifest = run(make_pipeline(tmp_path, grid="2x2", parallel=True, prompts=changed), use_engine, engine)
+    assert state.is_completed() and [c.prompt for c in engine.calls] == ["a new motion for panel 3"]
+
+
+def test_deleted_files_are_restored_or_regenerated(tmp_path, use_engine):
+    path = make_pipeline(tmp_path, grid="1x2", parallel=True, prompts=prompts(2))
+    _, manifest = run(path, use_engine, SimulatedEngine())
+    # The output file deleted: put back from the store, no call.
+    (tmp_path / "out" / clip_outputs(manifest)[0]["path"]).unlink()
+    engine = SimulatedEngine()
+    state, _ = run(path, use_engine, engine)
+    assert state.is_completed() and engine.calls == []
+    assert (tmp_path / "out" / clip_outputs(manifest)[0]["path"]).is_file()
+    # The stored file deleted: the cache entry is stale, so the clip is made again, not returned broken.
+    stored = sorted((tmp_path / "cache" / "outputs").glob("image-to-video-*.mp4"))
+    assert len(stored) == 2
+    stored[0].unlink()
+    engine = SimulatedEngine()
+    state, manifest = run(path, use_engine, engine)
+    assert state.is_completed() and len(engine.calls) == 1
+    assert all((tmp_path / "out" / o["path"]).is_file() for o in clip_outputs(manifest))
+
+
+def test_another_output_dir_reuses_the_paid_clips(tmp_path, use_engine):
+    path = make_pipeline(tmp_path, grid="1x2", parallel=True, prompts=prompts(2))
+    run(path, use_engine, SimulatedEngine())
+    engine = SimulatedEngine()
+    use_engine(engine)
+    other = tmp_path / "elsewhere"
+    state = storyboard(pipeline=str(path), engine="simulated", cache_dir=str(tmp_path / "cache"),
+                       output_dir=str(other), return_state=True)
+    assert state.is_completed() and engine.calls == []
+    assert sorted(p.name for p in (other / "animate").iterdir()) == ["scene_1.mp4", "scene_2.mp4"]
+
+
+def test_fresh_makes_everything_again(tmp_path, use_engine):
+    path = make_pipeline(tmp_path, grid="1x2", parallel=True, prompts=prompts(2))
+    run(path, use_engine, SimulatedEngine())
+    engine = SimulatedEngine()
+    state, manifest = run(path, use_engine, engine, fresh=True)
+    assert state.is_completed() and len(engine.calls) == 2
+    assert [o["cached"] for o in clip_outputs(manifest)] == [False, False]
+
+
+def test_budget_over_the_limit_is_refused_before_any_call(tmp_path, use_engine):
+    path = make_pipeline(tmp_path, grid="2x2", parallel=True, prompts=prompts(4), model="kling_2_6_pro", duration="5")
+    engine = SimulatedEngine()
+    use_engine(engine)
+    state = storyboard(pipeline=str(path), engine="simulated", cache_dir=str(tmp_path / "cache"), max_cost=1.0,
+                       return_state=True)
+    assert state.is_failed() and engine.calls == []
+    assert "$1.40" in state.message and "$1.00" in state.message
+    assert not (tmp_path / "out").exists()

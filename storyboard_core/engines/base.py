@@ -42,6 +42,8 @@ class Generated:
 
     path: Path
     request_id: str | None = None
+    # True when the file came from the output store rather than a new call.
+    cached: bool = False
 
 
 class GenerationError(Exception):
