@@ -143,7 +143,7 @@ def make_storyboard(run: Run, step: PlannedStep) -> list[Path]:
         run.store.place(key, ".png", dest)
         run.manifest.update(
             step.name, 1, status="completed", path=_rel(dest, run.out), request_id=made.request_id,
-            cost_usd=0.0 if cached or engine_name == "local" else step.model.price.cost(), cached=cached,
+            cost_usd=0.0 if cached or engine_name == "local" else step.model.cost(job.arguments), cached=cached,
             attempts=0 if cached else 1,
         )
         return [dest]
@@ -178,7 +178,7 @@ def animate_panels(run: Run, step: PlannedStep, panels: list[Path]) -> list[Path
         run.manifest.update(step.name, index, name=name, prompt=job.prompt)
     progress = StepProgress(step.name, len(panels))
     clips = [run.out / step.name / f"{name}.mp4" for name in names]
-    price = 0.0 if engine_name == "local" else step.model.price.cost(step.params.duration_seconds)
+    price = 0.0 if engine_name == "local" else step.model.cost(arguments, step.params.duration_seconds)
 
     with ThreadPoolTaskRunner(max_workers=step.params.workers) as runner:
         futures = runner.map(

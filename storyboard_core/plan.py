@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storyboard_core import media
 from storyboard_core.registry import Model
@@ -35,8 +36,8 @@ def engine_names(spec: Pipeline, override: str | None) -> dict[str, str]:
     return {s.model.engine: override or s.model.engine for s in spec.steps}
 
 
-def _price(model: Model, engine: str, seconds: float = 0.0) -> float:
-    return 0.0 if engine == "local" else model.price.cost(seconds)
+def _price(model: Model, engine: str, arguments: dict[str, Any], seconds: float = 0.0) -> float:
+    return 0.0 if engine == "local" else model.cost(arguments, seconds)
 
 
 def estimate(spec: Pipeline, store: OutputStore, *, override: str | None = None, fresh: bool = False) -> list[StepEstimate]:
@@ -52,7 +53,7 @@ def estimate(spec: Pipeline, store: OutputStore, *, override: str | None = None,
             key = image_key(engine, step.model, prompt, arguments)
             hit = not fresh and store.has(key, ".png")
             images = [store.output_path(key, ".png").read_bytes()] if hit else None
-            rows.append(StepEstimate(step, engine, 1, int(hit), 0.0 if hit else _price(step.model, engine)))
+            rows.append(StepEstimate(step, engine, 1, int(hit), 0.0 if hit else _price(step.model, engine, arguments)))
         elif step.kind == "split_image":
             if images is not None:
                 suffix = f".{step.params.output_format}"
@@ -67,7 +68,7 @@ def estimate(spec: Pipeline, store: OutputStore, *, override: str | None = None,
                     store.has(clip_key(engine, step.model, step.params.prompt_for(i), arguments, image, seconds), ".mp4")
                     for i, image in enumerate(images)
                 )
-            rows.append(StepEstimate(step, engine, step.outputs, hits, (step.outputs - hits) * _price(step.model, engine, seconds)))
+            rows.append(StepEstimate(step, engine, step.outputs, hits, (step.outputs - hits) * _price(step.model, engine, arguments, seconds)))
             images = None
     return rows
 
