@@ -31,7 +31,16 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from storyboard_core.engines import ClipJob, Engine, EngineConfigError, GenerationError, ImageJob, resolve_engines
+from storyboard_core.engines import (
+    ClipJob,
+    Engine,
+    EngineConfigError,
+    GenerationError,
+    ImageJob,
+    fal_engine,
+    register_engine,
+    resolve_engines,
+)
 from storyboard_core.manifest import Manifest, Output, StepRecord
 from storyboard_core.plan import BudgetError, check_budget, describe_plan, engine_names
 from storyboard_core.progress import StepProgress
@@ -40,6 +49,23 @@ from storyboard_core.store import OutputStore, clip_key, image_key
 from tasks.steps import animate_panel, for_step, generate_image, split_image
 
 DEFAULT_STORE = PROJECT_ROOT / ".storyboard" / "cache"
+
+
+def fal_engine_with_secret_block() -> Engine:
+    """$FAL_KEY, else the Prefect Secret block named in $STORYBOARD_FAL_KEY_SECRET (where a worker keeps it)."""
+    block = os.environ.get("STORYBOARD_FAL_KEY_SECRET", "").strip()
+    if os.environ.get("FAL_KEY", "").strip() or not block:
+        return fal_engine()
+    from prefect.blocks.system import Secret
+
+    try:
+        key = Secret.load(block).get()
+    except ValueError as exc:
+        raise EngineConfigError(f"the Prefect Secret block {block!r} named in STORYBOARD_FAL_KEY_SECRET cannot be loaded: {exc}") from None
+    return fal_engine(str(key))
+
+
+register_engine("fal", fal_engine_with_secret_block)
 
 
 def output_store(cache_dir: str | None = None) -> OutputStore:

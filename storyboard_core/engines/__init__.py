@@ -29,6 +29,7 @@ __all__ = [
     "PermanentError",
     "TransientError",
     "engine_names",
+    "fal_engine",
     "register_engine",
     "resolve_engines",
     "unregister_engine",
@@ -45,12 +46,14 @@ def _local() -> Engine:
     return LocalEngine()
 
 
-def _fal() -> Engine:
-    key = os.environ.get("FAL_KEY", "").strip()
+def fal_engine(key: str | None = None) -> Engine:
+    """The fal engine with `key`, else $FAL_KEY; a clear error when there is neither."""
+    key = (key or os.environ.get("FAL_KEY", "")).strip()
     if not key:
         raise EngineConfigError(
             "FAL_KEY is not set: this pipeline uses fal.ai models, which need an API key. "
-            "Set the FAL_KEY environment variable (https://fal.ai/dashboard/keys), "
+            "Set the FAL_KEY environment variable (https://fal.ai/dashboard/keys), or name a Prefect "
+            "Secret block holding it in STORYBOARD_FAL_KEY_SECRET, "
             "or run with --offline to render every step on the local engine."
         )
     from storyboard_core.engines.fal import FalEngine
@@ -58,7 +61,7 @@ def _fal() -> Engine:
     return FalEngine(key=key)
 
 
-_FACTORIES: dict[str, Callable[[], Engine]] = {"local": _local, "fal": _fal}
+_FACTORIES: dict[str, Callable[[], Engine]] = {"local": _local, "fal": fal_engine}
 
 
 def register_engine(name: str, factory: Callable[[], Engine]) -> None:
