@@ -13,6 +13,8 @@ without flow-run heartbeats.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import os
 import sys
@@ -44,7 +46,9 @@ def pipeline_file(folder: Path, panels: int, workers: int) -> Path:
         "steps": [
             {"name": "split", "type": "split_image", "model": "local", "params": {"grid": f"1x{panels}" if panels <= 8 else f"{math.isqrt(panels)}x{math.isqrt(panels)}"}},
             {"name": "animate", "type": "image_to_video", "model": "local",
-             "params": {"parallel": True, "max_workers": workers, "duration": 1, "prompt": "drift"}},
+             # One prompt per panel, so that no two panels are the same request.
+             "params": {"parallel": True, "max_workers": workers, "duration": 1,
+                        "prompts": [f"drift {n}" for n in range(1, panels + 1)]}},
         ],
         "output_dir": str(folder / "out"),
     }
@@ -56,7 +60,12 @@ def pipeline_file(folder: Path, panels: int, workers: int) -> Path:
 def flow_wall(engine: SimulatedEngine, path: Path) -> float:
     register_engine("simulated", lambda: engine)
     start = time.perf_counter()
-    state = storyboard(pipeline=str(path), engine="simulated", return_state=True)
+    # fresh: every clip is made (the output store would otherwise serve them from the last run);
+    # its own store, so the project's is untouched; the progress lines are not the figures.
+    with contextlib.redirect_stdout(io.StringIO()):
+        state = storyboard(
+            pipeline=str(path), engine="simulated", fresh=True, cache_dir=str(path.parent / "cache"), return_state=True
+        )
     wall = time.perf_counter() - start
     assert state.is_completed(), state.message
     return wall
@@ -64,7 +73,7 @@ def flow_wall(engine: SimulatedEngine, path: Path) -> float:
 
 def executor_wall(engine: SimulatedEngine, panels: int, workers: int, folder: Path) -> float:
     model = lookup("image_to_video", "local")
-    jobs = [ClipJob(image=folder / "board.png", prompt="drift", duration=1) for _ in range(panels)]
+    jobs = [ClipJob(image=folder / "board.png", prompt=f"drift {n}", duration=1) for n in range(1, panels + 1)]
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(lambda ij: engine.image_to_video(model, ij[1], folder / "ref" / f"{ij[0]}.mp4"), enumerate(jobs)))
@@ -102,7 +111,7 @@ def main() -> None:
                         f"{panels:>3} {workers:>3} {ideal:>8.2f} {wall:>8.2f} {ideal / wall:>6.0%} "
                         f"{reference:>11.2f} {wall - reference:>+10.2f} {engine.max_in_flight:>5}"
                     )
-                    assert engine.max_in_flight <= workers
+                    assert engine.max_in_flight <= workers and len(engine.calls) == panels
 
 
 if __name__ == "__main__":
