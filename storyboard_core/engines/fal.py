@@ -124,13 +124,14 @@ class FalEngine:
                 if status.error:
                     raise PermanentError(f"fal {model.endpoint}: request {handle.request_id} failed: {status.error}", request_id=handle.request_id)
                 break
-            if time.monotonic() + wait > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 _cancel(handle)
                 raise PermanentError(
                     f"fal {model.endpoint}: request {handle.request_id} did not finish within {timeout:g} s; cancelled it",
                     request_id=handle.request_id,
                 )
-            time.sleep(wait)
+            time.sleep(min(wait, left))
         try:
             return handle.request_id, handle.get()
         except Exception as exc:
