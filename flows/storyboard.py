@@ -46,6 +46,7 @@ from storyboard_core.plan import BudgetError, check_budget, describe_plan, engin
 from storyboard_core.progress import StepProgress
 from storyboard_core.spec import Pipeline, PipelineError, PlannedStep, load_pipeline, parse_pipeline
 from storyboard_core.store import OutputStore, clip_key, image_key
+from tasks.artifacts import advance_progress, publish_results, start_progress
 from tasks.steps import animate_panel, for_step, generate_image, split_image
 
 DEFAULT_STORE = PROJECT_ROOT / ".storyboard" / "cache"
@@ -205,6 +206,7 @@ def animate_panels(run: Run, step: PlannedStep, panels: list[Path]) -> list[Path
     progress = StepProgress(step.name, len(panels))
     clips = [run.out / step.name / f"{name}.mp4" for name in names]
     price = 0.0 if engine_name == "local" else step.model.cost(arguments, step.params.duration_seconds)
+    bar = start_progress(step.name, len(panels))  # the flow run's progress artifact, moved as panels finish
 
     with ThreadPoolTaskRunner(max_workers=step.params.workers) as runner:
         futures = runner.map(
@@ -242,6 +244,7 @@ def animate_panels(run: Run, step: PlannedStep, panels: list[Path]) -> list[Path
                     step.name, index, status="failed", error=error, attempts=attempts, seconds=seconds,
                     request_id=getattr(result, "request_id", None),
                 )
+            advance_progress(bar, progress.done, progress.total, step_name=step.name, failed=progress.failed)
     return clips
 
 
@@ -263,6 +266,7 @@ def finish(run: Run) -> State[Any]:
                 manifest.update(step.name, output.index, path=None)
     failed = [(s.name, o) for s in manifest.steps for o in s.outputs if o.status != "completed"]
     manifest.set_status(None, "failed" if failed else "completed")
+    publish_results(manifest)  # the panel table and the summary artifacts; never fails the run
     summary = manifest.to_dict()
     if failed:
         names = ", ".join(f"{step}[{o.name}]" for step, o in failed)

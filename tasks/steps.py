@@ -26,6 +26,7 @@ from storyboard_core.engines import ClipJob, Engine, Generated, GenerationError,
 from storyboard_core.progress import StepProgress
 from storyboard_core.registry import Model
 from storyboard_core.spec import PlannedStep, SplitImageParams
+from tasks.limits import provider_slot
 
 
 def retry_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -57,7 +58,8 @@ _GENERATION = dict(
 def generate_image(key: str, engine: Engine, model: Model, job: ImageJob, dest: Path) -> Generated:
     if dest.is_file():  # made by a run that died before Prefect recorded it: never pay twice
         return Generated(dest, cached=True)
-    return engine.text_to_image(model, job, dest)
+    with provider_slot(engine.name):
+        return engine.text_to_image(model, job, dest)
 
 
 @task(name="split_image", cache_policy=NO_CACHE)
@@ -85,11 +87,12 @@ def animate_panel(
 ) -> Generated:
     if dest.is_file():  # made by a run that died before Prefect recorded it: never pay twice
         return Generated(dest, cached=True)
-    progress.started(index, panel)
-    try:
-        return engine.image_to_video(model, job, dest)
-    finally:
-        progress.attempt_ended()
+    with provider_slot(engine.name):  # "started" once the provider's slot is ours, not while waiting for it
+        progress.started(index, panel)
+        try:
+            return engine.image_to_video(model, job, dest)
+        finally:
+            progress.attempt_ended()
 
 
 def for_step(generation_task: Task[..., Any], step: PlannedStep, results: Path, *, fresh: bool) -> Task[..., Any]:
