@@ -17,10 +17,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_PIPELINE = PROJECT_ROOT / "input" / "pipelines" / "storyboard" / "demo_local.yaml"
 
 if __name__ == "__main__":
-    # A command-line run prints its own progress lines; Prefect's console lines (and the temporary
-    # server's telemetry, which logs sqlite 'database is locked' tracebacks) would bury them.
-    # Runs still send everything to the Prefect API. Set before Prefect is imported.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # A command-line run prints its own lines: each panel's start, failed attempts, end, and the
+    # run's outcome. Prefect's console lines would repeat them with tracebacks (a task whose retries
+    # ran out logs its exception at ERROR), and the temporary server's telemetry logs sqlite
+    # 'database is locked' tracebacks. Every log still goes to the Prefect API, where the UI shows
+    # it. Set before Prefect is imported; set the variable yourself to see more.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     sys.path.insert(0, str(PROJECT_ROOT))
 

@@ -90,9 +90,15 @@ def animate_panel(
     with provider_slot(engine.name):  # "started" once the provider's slot is ours, not while waiting for it
         progress.started(index, panel)
         try:
-            return engine.image_to_video(model, job, dest)
-        finally:
+            made = engine.image_to_video(model, job, dest)
+        except GenerationError as exc:
+            progress.attempt_ended(index, panel, transient_error=str(exc) if exc.transient else None)
+            raise
+        except BaseException:
             progress.attempt_ended()
+            raise
+        progress.attempt_ended()
+        return made
 
 
 def for_step(generation_task: Task[..., Any], step: PlannedStep, results: Path, *, fresh: bool) -> Task[..., Any]:

@@ -161,13 +161,17 @@ def test_a_request_that_never_finishes_is_cancelled_after_the_timeout(tmp_path, 
 def test_slow_and_wrong_downloads(tmp_path, fal):
     fal.fault(PROMPTS[0], "slow-download:2")
     fal.fault(PROMPTS[1], "bad-content-type")
+    fal.fault(PROMPTS[2], "500", "500", "500")  # more 500s than the step's 2 retries
     out = tmp_path / "love"
     result = run_cli(tmp_path, fal, love_story(tmp_path), out)
     assert result.returncode == 1
     outputs = clips(manifest_of(out))
-    assert [o["status"] for o in outputs] == ["completed", "failed", "completed", "completed"]
+    assert [o["status"] for o in outputs] == ["completed", "failed", "failed", "completed"]
     assert probe_clip(out / outputs[0]["path"]).frames == 120
     assert "content type" in outputs[1]["error"]
+    assert outputs[2]["attempts"] == 3 and "HTTP 500" in outputs[2]["error"]
+    # Each failed attempt is one line for a person, not a traceback.
+    assert result.stdout.count("scene_3 attempt") == 3 and "Traceback" not in result.stdout + result.stderr
     assert not (out / "animate_parallel" / "scene_2.mp4").exists()
     assert not [p for p in out.rglob("*") if ".partial" in p.name]
 

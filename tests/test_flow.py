@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -132,7 +133,7 @@ def test_transient_failure_retries_only_that_panel(tmp_path, use_engine):
     assert [o["attempts"] for o in clip_outputs(manifest)] == [1, 1, 2, 1]
 
 
-def test_retries_run_out_after_the_steps_retry_count(tmp_path, use_engine):
+def test_retries_run_out_after_the_steps_retry_count(tmp_path, use_engine, capsys):
     always = [TransientError("503 unavailable")] * 10
     engine = SimulatedEngine(faults={"panel 1": always})
     path = make_pipeline(tmp_path, grid="1x2", retries=1, parallel=True, prompts=prompts(2))
@@ -141,6 +142,10 @@ def test_retries_run_out_after_the_steps_retry_count(tmp_path, use_engine):
     assert engine.calls_for("motion for panel 1") == 2  # first try + 1 retry
     first = clip_outputs(manifest)[0]
     assert first["status"] == "failed" and first["attempts"] == 2 and "503" in first["error"]
+    # A person sees each failed attempt, the retry, and the end.
+    lines = [line for line in capsys.readouterr().out.splitlines() if "scene_1" in line]
+    events = [re.match(r"\S+ scene_1 (started(?: \(attempt \d\))?|attempt \d failed|FAILED)", line)[1] for line in lines]
+    assert events == ["started", "attempt 1 failed", "started (attempt 2)", "attempt 2 failed", "FAILED"]
 
 
 def test_default_retries_are_two(tmp_path, use_engine):
