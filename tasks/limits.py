@@ -21,6 +21,12 @@ Which providers are limited:
 Whether a provider is limited is looked up once per process and API (a deployed flow run is its own
 process, so a limit created or deleted applies from the next run on).
 
+Only with a server (PREFECT_API_URL set). Without one, each process gets a temporary server that sees
+only its own run (which `max_workers` already bounds), and the slot counts live in ~/.prefect's database
+while the leases live in that server's memory: a run killed while holding a slot leaked it for good
+(measured: still held after the lease expired, in the next process). A long-running server keeps its
+leases and takes a dead worker's slots back when they expire.
+
 Each call costs two API round trips (acquire, release), and a call that finds the limit full waits for
 the server's Retry-After before asking again: right for calls that take seconds to minutes, too slow
 for a thousand tiny ones. The slot is held while the engine waits and polls the provider, so a panel
@@ -97,7 +103,9 @@ def find_limit(provider: str) -> str | None:
 
 
 def limit_for(provider: str) -> str | None:
-    """find_limit, once per provider and API per process (it is a round trip)."""
+    """find_limit, once per provider and API per process (it is a round trip); None without a server."""
+    if not PREFECT_API_URL.value():
+        return None
     seen = (str(PREFECT_API_URL.value()), provider)
     if seen not in _looked_up:
         found = find_limit(provider)

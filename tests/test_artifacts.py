@@ -34,7 +34,7 @@ def test_failed_panel_is_in_the_table_and_summary_with_its_reason_and_no_key(tmp
     leak = f"content policy: rejected (request sent with Authorization: Key {FAKE_KEY})"
     engine = SimulatedEngine(latency=0.05, faults={"panel 2": [PermanentError(leak)]})
     path = make_pipeline(tmp_path, grid="1x3", parallel=True, prompts=prompts(3))
-    state, manifest = run(path, use_engine, engine)
+    state, _ = run(path, use_engine, engine)
     assert state.is_failed()
 
     found = run_artifacts(state.state_details.flow_run_id)
@@ -57,7 +57,6 @@ def test_failed_panel_is_in_the_table_and_summary_with_its_reason_and_no_key(tmp
     everything = json.dumps([a.model_dump(mode="json") for a in found.values()])
     assert "[redacted]" in everything
     assert FAKE_KEY not in everything and "8d2e61f0a9b34c7e95d1" not in everything
-    assert FAKE_KEY in json.dumps(manifest)  # the manifest is the run's own file; it records the error as raised
 
 
 def test_an_artifact_that_cannot_be_written_never_fails_the_run(tmp_path, use_engine, monkeypatch):

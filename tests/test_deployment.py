@@ -313,3 +313,39 @@ def test_two_runs_never_exceed_the_provider_limit(tmp_path: Path, use_engine):
     # Both runs were going at once, so without the limit up to 8 clips (4 each) would have been in flight.
     (start_1, end_1), (start_2, end_2) = spans["first"], spans["second"]
     assert start_2 < end_1 and start_1 < end_2
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_fal_limit_is_created_by_default_and_other_engines_only_honour_an_existing_one():
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.limits import find_limit, limit_for
+
+    with get_client(sync_client=True) as client:
+        for name in ("storyboard-fal", "storyboard-local"):
+            try:
+                client.delete_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                pass
+        try:
+            assert find_limit("fal") == "storyboard-fal"
+            assert client.read_global_concurrency_limit_by_name("storyboard-fal").limit == 4
+            client.update_global_concurrency_limit("storyboard-fal", GlobalConcurrencyLimitUpdate(limit=9))
+            assert find_limit("fal") == "storyboard-fal"
+            assert client.read_global_concurrency_limit_by_name("storyboard-fal").limit == 9  # the operator's size stays
+
+            assert find_limit("local") is None
+            with pytest.raises(ObjectNotFound):  # never created by a run
+                client.read_global_concurrency_limit_by_name("storyboard-local")
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="storyboard-local", limit=2))
+            assert find_limit("local") == "storyboard-local"
+
+            # Without a server (a temporary one per process), no limit: its leases die with the process.
+            with temporary_settings(updates={PREFECT_API_URL: None}):
+                assert limit_for("fal") is None
+        finally:
+            client.delete_global_concurrency_limit_by_name("storyboard-fal")
+            client.delete_global_concurrency_limit_by_name("storyboard-local")
