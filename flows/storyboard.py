@@ -48,7 +48,7 @@ from storyboard_core.plan import BudgetError, check_budget, describe_plan, engin
 from storyboard_core.progress import StepProgress
 from storyboard_core.spec import Pipeline, PipelineError, PlannedStep, load_pipeline, parse_pipeline
 from storyboard_core.store import OutputStore, clip_key, image_key
-from tasks.artifacts import advance_progress, publish_results, start_progress
+from tasks.artifacts import add_secret, advance_progress, publish_results, start_progress
 from tasks.steps import animate_panel, for_step, generate_image, split_image
 
 DEFAULT_STORE = PROJECT_ROOT / ".storyboard" / "cache"
@@ -65,6 +65,7 @@ def fal_engine_with_secret_block() -> Engine:
         key = Secret.load(block).get()
     except ValueError as exc:
         raise EngineConfigError(f"the Prefect Secret block {block!r} named in STORYBOARD_FAL_KEY_SECRET cannot be loaded: {exc}") from None
+    add_secret(str(key))  # artifacts redact it like $FAL_KEY
     return fal_engine(str(key))
 
 

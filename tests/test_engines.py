@@ -108,6 +108,10 @@ def test_a_secret_block_supplies_the_key_on_a_worker(prefect_api, monkeypatch):
     monkeypatch.setenv("STORYBOARD_FAL_KEY_SECRET", "storyboard-fal-key")
     engine = fal_engine_with_secret_block()
     assert isinstance(engine, FalEngine) and engine._client.key == "block-key-456"
+    # Artifacts hide a key from a block as they hide $FAL_KEY.
+    from tasks.artifacts import redact
+
+    assert "block-key-456" not in redact("error: key block-key-456 refused")
     monkeypatch.setenv("STORYBOARD_FAL_KEY_SECRET", "no-such-block")
     with pytest.raises(EngineConfigError, match="no-such-block"):
         fal_engine_with_secret_block()
