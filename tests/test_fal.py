@@ -83,6 +83,7 @@ def assert_no_key_anywhere(tmp_path: Path, *outputs: str) -> None:
 
 
 def test_love_story_runs_through_fal_client_with_every_clip_in_its_slot(tmp_path, fal):
+    fal.job_seconds = 2.0  # long enough that the four clips overlap on a busy machine
     out = tmp_path / "love"
     result = run_cli(tmp_path, fal, LOVE_STORY, out)
     assert result.returncode == 0, result.stdout + result.stderr
