@@ -44,7 +44,7 @@ from storyboard_core.engines import (
     resolve_engines,
 )
 from storyboard_core.manifest import Manifest, Output, StepRecord
-from storyboard_core.plan import BudgetError, check_budget, describe_plan, engine_names
+from storyboard_core.plan import BudgetError, call_cost, check_budget, describe_plan, engine_names
 from storyboard_core.progress import StepProgress
 from storyboard_core.spec import Pipeline, PipelineError, PlannedStep, load_pipeline, parse_pipeline
 from storyboard_core.store import OutputStore, clip_key, image_key
@@ -173,7 +173,7 @@ def make_storyboard(run: Run, step: PlannedStep) -> list[Path]:
         run.store.place(key, ".png", dest)
         run.manifest.update(
             step.name, 1, status="completed", path=_rel(dest, run.out), request_id=made.request_id,
-            cost_usd=0.0 if cached or engine_name == "local" else step.model.cost(job.arguments), cached=cached,
+            cost_usd=0.0 if cached else call_cost(step.model, engine_name, job.arguments), cached=cached,
             attempts=0 if cached else 1,
         )
         return [dest]
@@ -208,7 +208,7 @@ def animate_panels(run: Run, step: PlannedStep, panels: list[Path]) -> list[Path
         run.manifest.update(step.name, index, name=name, prompt=job.prompt)
     progress = StepProgress(step.name, len(panels))
     clips = [run.out / step.name / f"{name}.mp4" for name in names]
-    price = 0.0 if engine_name == "local" else step.model.cost(arguments, step.params.duration_seconds)
+    price = call_cost(step.model, engine_name, arguments, step.params.duration_seconds)
     bar = start_progress(step.name, len(panels))  # the flow run's progress artifact, moved as panels finish
 
     with ThreadPoolTaskRunner(max_workers=step.params.workers) as runner:

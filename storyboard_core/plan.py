@@ -8,6 +8,7 @@ step still has to be paid for, its outputs are unknown and every call after it c
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ def engine_names(spec: Pipeline, override: str | None) -> dict[str, str]:
     return {s.model.engine: override or s.model.engine for s in spec.steps}
 
 
-def _price(model: Model, engine: str, arguments: dict[str, Any], seconds: float = 0.0) -> float:
+def call_cost(model: Model, engine: str, arguments: Mapping[str, Any], seconds: float = 0.0) -> float:
+    """What one new call costs on `engine`: the model's price, or nothing on the local engine."""
     return 0.0 if engine == "local" else model.cost(arguments, seconds)
 
 
@@ -53,7 +55,7 @@ def estimate(spec: Pipeline, store: OutputStore, *, override: str | None = None,
             key = image_key(engine, step.model, prompt, arguments)
             hit = not fresh and store.has(key, ".png")
             images = [store.output_path(key, ".png").read_bytes()] if hit else None
-            rows.append(StepEstimate(step, engine, 1, int(hit), 0.0 if hit else _price(step.model, engine, arguments)))
+            rows.append(StepEstimate(step, engine, 1, int(hit), 0.0 if hit else call_cost(step.model, engine, arguments)))
         elif step.kind == "split_image":
             if images is not None:
                 suffix = f".{step.params.output_format}"
@@ -68,7 +70,7 @@ def estimate(spec: Pipeline, store: OutputStore, *, override: str | None = None,
                     store.has(clip_key(engine, step.model, step.params.prompt_for(i), arguments, image, seconds), ".mp4")
                     for i, image in enumerate(images)
                 )
-            rows.append(StepEstimate(step, engine, step.outputs, hits, (step.outputs - hits) * _price(step.model, engine, arguments, seconds)))
+            rows.append(StepEstimate(step, engine, step.outputs, hits, (step.outputs - hits) * call_cost(step.model, engine, arguments, seconds)))
             images = None
     return rows
 
