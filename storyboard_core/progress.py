@@ -31,11 +31,11 @@ class StepProgress:
             self.emit(f"[{self.step}] {name} started{retry}  {self.done}/{self.total} done, {self.running} running")
         return attempt
 
-    def attempt_ended(self, index: int | None = None, name: str = "", *, transient_error: str | None = None) -> None:
+    def attempt_ended(self, index: int, name: str, *, transient_error: str | None = None) -> None:
         """An attempt is over. A transient failure gets its own line: the panel may be tried again."""
         with self._lock:
             self.running -= 1
-            if transient_error is not None and index is not None:
+            if transient_error is not None:
                 attempt = self.attempts.get(index, 1)
                 self.emit(f"[{self.step}] {name} attempt {attempt} failed: {transient_error}  {self.done}/{self.total} done")
 

@@ -89,16 +89,14 @@ def animate_panel(
         return Generated(dest, cached=True)
     with provider_slot(engine.name):  # "started" once the provider's slot is ours, not while waiting for it
         progress.started(index, panel)
+        transient_error = None
         try:
-            made = engine.image_to_video(model, job, dest)
+            return engine.image_to_video(model, job, dest)
         except GenerationError as exc:
-            progress.attempt_ended(index, panel, transient_error=str(exc) if exc.transient else None)
+            transient_error = str(exc) if exc.transient else None
             raise
-        except BaseException:
-            progress.attempt_ended()
-            raise
-        progress.attempt_ended()
-        return made
+        finally:
+            progress.attempt_ended(index, panel, transient_error=transient_error)
 
 
 def for_step(generation_task: Task[..., Any], step: PlannedStep, results: Path, *, fresh: bool) -> Task[..., Any]:
